@@ -1,0 +1,3 @@
+from lmcdash.cli import main
+
+raise SystemExit(main())
