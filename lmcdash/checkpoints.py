@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,12 +178,24 @@ def load_checkpoint(source: str | Path | bytes, model_spec: ModelSpec | None = N
     return model.eval(), meta
 
 
+def _creation_time() -> str:
+    """Return UTC now, or $SOURCE_DATE_EPOCH when set (reproducible files: same config, same bytes)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    now = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch else _dt.datetime.now(_dt.timezone.utc)
+    return now.isoformat(timespec="seconds")
+
+
 def checkpoint_bytes(model: torch.nn.Module, meta: CheckpointMeta) -> bytes:
     """Return the safetensors bytes of ``model`` with ``meta`` in the header."""
     meta.version = meta.version or __version__
-    meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    meta.created = meta.created or _creation_time()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return st_save(state, metadata={"format": "pt", META_KEY: json.dumps(meta.to_dict(), sort_keys=True)})
+    blob = st_save(state, metadata={"format": "pt", META_KEY: json.dumps(meta.to_dict(), sort_keys=True)})
+    # safetensors writes metadata in hash-map order; re-serialise the header sorted so bytes are reproducible.
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + blob[8 + n:]
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: CheckpointMeta) -> Path:
@@ -207,9 +220,73 @@ def describe(path: Path, meta: CheckpointMeta) -> dict:
 def list_checkpoints(folder: str | Path) -> tuple[list[dict], list[str]]:
     """Return (rows for every valid checkpoint under ``folder``, error messages for the others); headers only."""
     rows, errors = [], []
-    for path in sorted(Path(folder).rglob("*.safetensors")):
+    for path in sorted(Path(folder).rglob("*.safetensors"), key=lambda p: _natural_key(str(p))):
         try:
             rows.append(describe(path, meta_from_header(read_header(path), path.name)))
         except CheckpointError as exc:
             errors.append(str(exc))
     return rows, errors
+
+
+# ---------------------------------------------------------------- plain ReLU-MLP state_dicts
+_INPUT_SHAPES = {784: (1, 28, 28), 3072: (3, 32, 32)}
+
+
+def _natural_key(name: str) -> list:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _mlp_layers(state: Mapping[str, torch.Tensor], name: str) -> list[tuple[str, str | None]]:
+    """Return [(weight key, bias key or None)] in input-to-output order, or raise CheckpointError."""
+    weights = sorted((k for k, v in state.items() if v.dim() == 2), key=_natural_key)
+    others = sorted(k for k, v in state.items() if v.dim() not in (1, 2))
+    if not weights or others:
+        raise CheckpointError(f"{name}: not a plain MLP state_dict (needs 2-D Linear weights and 1-D biases; "
+                              f"found tensors of other rank: {others}). Describe the model by hand instead.")
+    layers = []
+    for w in weights:
+        prefix = w[: -len("weight")] if w.endswith("weight") else None
+        b = f"{prefix}bias" if prefix is not None and f"{prefix}bias" in state else None
+        layers.append((w, b))
+    for (w1, _), (w2, _) in zip(layers, layers[1:]):
+        if state[w1].shape[0] != state[w2].shape[1]:
+            raise CheckpointError(f"{name}: Linear weights do not chain in name order: {w1} {tuple(state[w1].shape)} "
+                                  f"then {w2} {tuple(state[w2].shape)}. Rename keys so their order is input to output.")
+    used = {k for pair in layers for k in pair if k}
+    if set(state) - used:
+        raise CheckpointError(f"{name}: tensors that are not Linear weights/biases: {sorted(set(state) - used)}.")
+    return layers
+
+
+def mlp_from_state_dict(source: str | Path | bytes, name: str | None = None
+                        ) -> tuple[torch.nn.Module, CheckpointMeta, list[tuple[str, str]]]:
+    """Return (registry mlp, metadata with dataset 'unknown', [(file key, registry key)]) for a plain ReLU MLP."""
+    name = name or (Path(source).name if not isinstance(source, (bytes, bytearray)) else "upload")
+    read_header(source, name)
+    state = _read_tensors(source, name)
+    _check_finite(state, name)
+    layers = _mlp_layers(state, name)
+    hidden = {int(state[w].shape[0]) for w, _ in layers[:-1]}
+    if len(hidden) > 1:
+        raise CheckpointError(f"{name}: hidden sizes differ ({sorted(hidden)}); the registry mlp has equal hidden sizes.")
+    biases = {b is not None for _, b in layers}
+    if len(biases) > 1:
+        raise CheckpointError(f"{name}: some Linear layers have a bias and some do not; lmcdash's mlp needs all or none.")
+    if any(not state[w].is_floating_point() for w, _ in layers):
+        raise CheckpointError(f"{name}: non-floating weights; save float weights.")
+    n_in, n_out = int(state[layers[0][0]].shape[1]), int(state[layers[-1][0]].shape[0])
+    spec = ModelSpec("mlp", 1, n_out, _INPUT_SHAPES.get(n_in, (n_in,)),
+                     hidden.pop() if hidden else n_out, len(layers) - 1, biases.pop())
+    if spec.depth == 0:
+        raise CheckpointError(f"{name}: a single Linear layer has no hidden layer; lmcdash's mlp needs at least one.")
+    model = create_model(spec)
+    mapping = []
+    for i, (w, b) in enumerate(layers):
+        mapping.append((w, f"linears.{i}.weight"))
+        if b:
+            mapping.append((b, f"linears.{i}.bias"))
+    model.load_state_dict({dst: state[src].float() for src, dst in mapping})
+    meta = CheckpointMeta(model=model.model_spec, dataset="unknown", extra={"mapped_from": dict(mapping)})
+    return model.eval(), meta, mapping

@@ -59,6 +59,18 @@ def cmd_checkpoints_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from lmcdash.data import find_idx_folder, load_dataset
+
+    if args.action == "check":
+        folder = find_idx_folder(args.name) if args.name in ("fashion-mnist", "mnist") else None
+        print(f"{args.name}: {folder}" if folder else f"{args.name}: not found locally")
+        return 0 if folder else 1
+    ds = load_dataset(args.name)  # downloads through torchvision where needed, else a DatasetError with a hint
+    print(f"{args.name}: train {tuple(ds.train_x.shape)}, calib {tuple(ds.calib_x.shape)}, test {tuple(ds.test_x.shape)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lmcdash", description="Linear mode connectivity toolkit")
     sub = p.add_subparsers(dest="command", required=True)
@@ -90,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("folder", type=Path)
     ls.set_defaults(func=cmd_checkpoints_ls)
 
+    d = sub.add_parser("data", help="check that a dataset is on disk, or fetch it")
+    d.add_argument("action", choices=["check", "fetch"])
+    d.add_argument("name", choices=["fashion-mnist", "mnist", "cifar10", "cifar100"])
+    d.set_defaults(func=cmd_data)
+
     for register in EXTRA_COMMANDS:
         register(sub)
     return p
@@ -104,7 +121,9 @@ def _load_extra_commands() -> None:
 
     for mod in ("lmcdash.cli_engine", "lmcdash.cli_matching"):
         try:
-            EXTRA_COMMANDS.append(importlib.import_module(mod).register)
+            register = importlib.import_module(mod).register
+            if register not in EXTRA_COMMANDS:  # main() may run many times in one process (tests)
+                EXTRA_COMMANDS.append(register)
         except ModuleNotFoundError as exc:
             if exc.name != mod:
                 raise

@@ -85,7 +85,7 @@ class VGG11(nn.Module):
         c_in = in_channels
         for v in VGG11_CFG:
             if v == "M":
-                layers.append(nn.MaxPool2d(2))
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))  # small inputs never shrink to 0
                 continue
             c_out = base * v
             self.conv_idx.append(len(layers))
