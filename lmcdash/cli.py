@@ -51,7 +51,9 @@ def cmd_checkpoints_ls(args: argparse.Namespace) -> int:
         df = pd.DataFrame(rows)
         df["file"] = [str(Path(f).relative_to(args.folder)) if Path(f).is_relative_to(args.folder) else f
                       for f in df["file"]]
-        print(df.to_string(index=False))
+        if args.history:
+            df = _with_history(df, args.folder)
+        print(_markdown(df) if args.markdown else df.to_string(index=False))
     else:
         print(f"no lmcdash checkpoints under {args.folder}")
     for e in errors:
@@ -69,6 +71,24 @@ def cmd_data(args: argparse.Namespace) -> int:
     ds = load_dataset(args.name)  # downloads through torchvision where needed, else a DatasetError with a hint
     print(f"{args.name}: train {tuple(ds.train_x.shape)}, calib {tuple(ds.calib_x.shape)}, test {tuple(ds.test_x.shape)}")
     return 0
+
+
+def _with_history(df, folder: Path):
+    """Add the per-epoch test accuracy (from each header's training history) as one column."""
+    from lmcdash.checkpoints import meta_from_header, read_header
+
+    curves = []
+    for f in df["file"]:
+        meta = meta_from_header(read_header(Path(folder) / f), f)
+        curves.append(" ".join(f"{row['test_acc']:.3f}" for row in meta.history))
+    return df.assign(test_acc_per_epoch=curves)
+
+
+def _markdown(df) -> str:
+    """Return a GitHub markdown table (pandas' to_markdown needs an extra package)."""
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     csub = c.add_subparsers(dest="action", required=True)
     ls = csub.add_parser("ls", help="table of every checkpoint in a folder (headers only)")
     ls.add_argument("folder", type=Path)
+    ls.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ls.add_argument("--history", action="store_true", help="add the per-epoch test accuracy curve")
     ls.set_defaults(func=cmd_checkpoints_ls)
 
     d = sub.add_parser("data", help="check that a dataset is on disk, or fetch it")
