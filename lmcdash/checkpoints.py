@@ -41,12 +41,17 @@ class Header:
     header_len: int
 
 
+def _looks_like_pickle(head: bytes) -> bool:
+    """A torch zip (PK) or legacy pickle (0x80); a safetensors header always starts with '{' at byte 8."""
+    return (head[:2] == b"PK" or head[:1] == b"\x80") and head[8:9] != b"{"
+
+
 def _parse_header(head: bytes, total_size: int, name: str) -> Header:
     """Parse the first bytes of a safetensors file; ``total_size`` is the whole file length."""
     if len(head) < 8 or total_size < 8:
         raise CheckpointError(f"{name}: not a safetensors file (only {total_size} bytes). Save with "
                               "safetensors.torch.save_file or `python -m lmcdash train`.")
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    if _looks_like_pickle(head):
         raise CheckpointError(
             f"{name}: this is a torch pickle (torch.save), not safetensors. lmcdash never unpickles files. "
             "Convert it where you trust it: `safetensors.torch.save_file(torch.load(p, weights_only=True), out)`.")
@@ -91,10 +96,10 @@ def read_header(source: str | Path | bytes, name: str | None = None) -> Header:
         raise CheckpointError(f"{path}: no such file.")
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head[:8], "little") if len(head) == 8 else 0
-        if head[:2] != b"PK" and head[:1] != b"\x80" and n <= MAX_HEADER_BYTES:
-            head += f.read(n)
+        head = f.read(9)
+        n = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+        if not _looks_like_pickle(head) and n <= MAX_HEADER_BYTES:
+            head += f.read(max(n - 1, 0))
     return _parse_header(head, size, name)
 
 

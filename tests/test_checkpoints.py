@@ -195,3 +195,19 @@ def test_plain_state_dict_that_is_not_an_mlp(tmp_path):
     save_file({"a.weight": torch.zeros(10, 7), "b.weight": torch.zeros(7, 784)}, p2)
     with pytest.raises(CheckpointError, match="do not chain"):
         mlp_from_state_dict(p2)
+
+
+def test_header_length_starting_with_pickle_byte_is_not_a_pickle(tmp_path, good):
+    """A header of 0x..80 bytes starts the file with 0x80, like a pickle; it must still load."""
+    model, path = good
+    meta = _meta(model.model_spec)
+    for pad in range(0, 400):
+        meta.extra = {"pad": "x" * pad}
+        blob = ck.checkpoint_bytes(model, meta)
+        if blob[0] == 0x80:
+            break
+    assert blob[0] == 0x80
+    p = tmp_path / "x80.safetensors"
+    p.write_bytes(blob)
+    loaded, meta2 = load_checkpoint(p)
+    assert meta2.extra["pad"] == meta.extra["pad"]
