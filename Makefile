@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: run test bench zoo fashion-mnist clean-venv
+.PHONY: run test bench zoo screenshot fashion-mnist clean-venv
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,3 +32,7 @@ zoo: $(VENV)/.installed fashion-mnist
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Re-take docs/screenshot.png from the real zoo (widest MLP pair); also prints browser latencies as JSON.
+screenshot: $(VENV)/.installed fashion-mnist
+	PYTHONPATH=. $(PY) tests/browser_helpers.py --zoo checkpoints --family mlp1_wd3e-3 --width 32 --screenshot docs/screenshot.png

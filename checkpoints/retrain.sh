@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1764806400}  # fixed creation time: a retrain gives identical bytes
 COMMON="--dataset fashion-mnist --seeds 0 1 --batch-size 128 --lr 0.05 --schedule onecycle"
 for w in 1 2 4 8 16 32; do
   $PY -m lmcdash train $COMMON --arch mlp --depth 1 --base-width 64 --width $w --weight-decay 3e-3 --epochs 20 \

@@ -49,6 +49,7 @@ def cmd_checkpoints_ls(args: argparse.Namespace) -> int:
     rows, errors = list_checkpoints(args.folder)
     if rows:
         df = pd.DataFrame(rows)
+        df["depth"] = df["depth"].astype("Int64")  # None for fixed-depth nets, not 1.0 / NaN
         df["file"] = [str(Path(f).relative_to(args.folder)) if Path(f).is_relative_to(args.folder) else f
                       for f in df["file"]]
         if args.history:
@@ -141,7 +142,7 @@ EXTRA_COMMANDS: list = []
 def _load_extra_commands() -> None:
     import importlib
 
-    for mod in ("lmcdash.cli_engine", "lmcdash.cli_matching"):
+    for mod in ("lmcdash.cli_engine", "lmcdash.cli_matching", "lmcdash.cli_report"):
         try:
             register = importlib.import_module(mod).register
             if register not in EXTRA_COMMANDS:  # main() may run many times in one process (tests)
