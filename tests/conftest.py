@@ -37,3 +37,14 @@ def build_tiny_zoo(root: Path, epochs: int = 1) -> Path:
 def tiny_zoo(tmp_path_factory) -> Path:
     """Return the folder of a tiny zoo (about 1 s to train on one core; endpoints near 80 % accuracy)."""
     return build_tiny_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP joins otherwise dominate small tensors."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

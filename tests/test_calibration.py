@@ -8,13 +8,7 @@ import torch.nn.functional as F
 from lmcdash.calibration import accuracy, cross_entropy_at, fit_beta, mixture_cross_entropy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP joins otherwise dominate small tensors."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared fixture in conftest.py
 
 
 def _planted(beta_true: float, n: int = 20000, c: int = 10, seed: int = 0):

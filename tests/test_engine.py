@@ -16,13 +16,7 @@ from lmcdash.merged import interpolate_state
 from lmcdash.metrics import BARRIER_COLUMNS, TABLE_COLUMNS, barriers
 from lmcdash.models import create_model
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP joins otherwise dominate small tensors."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared fixture in conftest.py
 
 
 SYN = dict(n_train=800, n_test=200)

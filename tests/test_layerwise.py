@@ -11,13 +11,7 @@ from lmcdash.engine import Evaluator, make_pair
 from lmcdash.layerwise import LAYER_COLUMNS, layer_fit, output_modules, weak_additivity
 from lmcdash.models import create_model
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP joins otherwise dominate small tensors."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared fixture in conftest.py
 
 
 GAUSSIAN_WEAK_ADDITIVITY = (3 / 4 + 1 / math.pi) / math.sqrt(1 + 1 / math.pi)  # 0.9304
