@@ -16,9 +16,10 @@ import pandas as pd
 import torch
 
 from lmcdash.checkpoints import list_checkpoints, meta_from_header, read_header
-from lmcdash.config import CheckpointMeta, TrainConfig
+from lmcdash.config import CheckpointMeta
 from lmcdash.data import TensorDataset, load_dataset
 from lmcdash.engine import CurveResult, Evaluator, lam_grid, load_pair
+from lmcdash.explore import dataset_args
 from lmcdash.matching import METHODS, max_output_diff, permute_pair
 
 # hidden = base_width * width: hidden units of an MLP, first-stage channels of VGG-11 / ResNet-20.
@@ -75,9 +76,8 @@ def family_data(meta: CheckpointMeta) -> TensorDataset:
     """Return the dataset a checkpoint was trained on, with its calibration split carved as in training."""
     if meta.dataset in ("", "unknown"):
         raise ValueError("the checkpoint does not name its dataset, so the family cannot be evaluated")
-    train = meta.train or {}
-    return load_dataset(meta.dataset, calib_size=int(train.get("calib_size") or TrainConfig.calib_size),
-                        calib_seed=int(train.get("calib_seed") or TrainConfig.calib_seed))
+    name, calib_size, calib_seed = dataset_args(meta)
+    return load_dataset(name, calib_size=calib_size, calib_seed=calib_seed)
 
 
 def curve_row(curve: CurveResult) -> dict:
