@@ -10,9 +10,7 @@ st.title("Explorer")
 st.caption("θ(λ) = λ·θ_A + (1 − λ)·θ_B: λ = 1 is model A, λ = 0 is model B. "
            "The temperature is fitted per λ on the held-out calibration split, never on the reported split.")
 
-sources, _ = widgets.zoo_and_uploads()
-picked = widgets.pair_selector(sources)
-ctx = context.resolve_pair(*picked) if picked else None
+ctx = context.selected_pair()
 
 
 @st.fragment

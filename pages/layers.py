@@ -11,9 +11,7 @@ st.caption("LEWC predicts f_l(θ(λ)) ≈ λ^l·f_l(A) + (1−λ)^l·f_l(B) for 
            "λ·f_l(A) + (1−λ)·f_l(B). At λ = 1/2 both point the same way, so norms and the coefficients (a, b) "
            "tell them apart, not cosines. Per sample on a batch of the split, then averaged.")
 
-sources, _ = widgets.zoo_and_uploads()
-picked = widgets.pair_selector(sources)
-ctx = context.resolve_pair(*picked) if picked else None
+ctx = context.selected_pair()
 
 
 @st.fragment

@@ -108,6 +108,13 @@ class PairContext:
         return get_entry(self.pair.meta_a.model.arch).has_batchnorm
 
 
+def selected_pair() -> PairContext | None:
+    """Return the pair picked with the shared selector (zoo or uploads), loaded, or None."""
+    sources, _ = widgets.zoo_and_uploads()
+    picked = widgets.pair_selector(sources)
+    return resolve_pair(*picked) if picked else None
+
+
 def resolve_pair(a: explore.Source, b: explore.Source) -> PairContext | None:
     """Return the loaded pair and its dataset, or None after showing what went wrong."""
     la, lb = load_source(a), load_source(b)
