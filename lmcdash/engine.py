@@ -13,6 +13,7 @@ the effects measured, and it costs one third of a test+calibration pass per lam)
 """
 from __future__ import annotations
 
+import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -75,6 +76,8 @@ class Evaluator:
         self._sa = M.endpoint_state(pair.a, self.device)
         self._sb = M.endpoint_state(pair.b, self.device)
         self._template = M.make_template(pair.a.model_spec)
+        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+        self._templates = [self._template] + [copy.deepcopy(self._template) for _ in range(workers - 1)]
         self._fast = pair.a.model_spec.arch == "mlp" and not self.has_bn
         self._flops_sample = M.flops_per_sample(self._template, self._sa, pair.a.model_spec.input_shape)
         self._chunk = 1000 if self.device.type == "cpu" else 8192
@@ -153,7 +156,7 @@ class Evaluator:
             state = self.merged_state(lam)  # one BN reset serves every split at this lam
             for split in splits:
                 x, _ = self._split(split)
-                got[(lam, split)] = self._store(lam, split, M.forward_chunks(self._template, state, x, self._chunk))
+                got[(lam, split)] = self._store(lam, split, M.forward_parallel(self._templates, state, x, self._chunk))
                 self.flops += self._flops_sample * len(x)
             step(1)
 

@@ -16,6 +16,7 @@ Two paths give the logits of the merged model:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -105,6 +106,20 @@ def forward_chunks(template: nn.Module, state: State, x: torch.Tensor, chunk: in
     return torch.cat([functional_call(template, state, (x[i:i + chunk],)) for i in range(0, len(x), chunk)])
 
 
+def forward_parallel(templates: list[nn.Module], state: State, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Return forward_chunks' logits, one row block per template on CPU (bit-identical, see in_row_blocks).
+
+    Each thread needs its own template: functional_call swaps tensors into the module while it runs.
+    """
+    n_chunks = -(-len(x) // chunk)
+    if len(templates) < 2 or x.device.type != "cpu" or n_chunks < 2:
+        return forward_chunks(templates[0], state, x, chunk)
+    per = -(-n_chunks // len(templates)) * chunk  # whole chunks per block: the same chunks as one thread
+    blocks = [(lo, min(lo + per, len(x))) for lo in range(0, len(x), per)]
+    owner = {lo: templates[i] for i, (lo, _) in enumerate(blocks)}
+    return torch.cat(in_row_blocks(lambda lo, hi: forward_chunks(owner[lo], state, x[lo:hi], chunk), blocks))
+
+
 def flops_per_sample(template: nn.Module, state: State, input_shape: tuple[int, ...]) -> float:
     """Return the multiply-add FLOPs (2 per MAC) of Linear/Conv layers for one input (one tiny forward)."""
     total = [0.0]
@@ -183,6 +198,25 @@ def _interior_rows(za: torch.Tensor, zb: torch.Tensor, tail: list[Layers], lams:
 _THREADS_LOCK = threading.Lock()
 
 
+def in_row_blocks(work: Callable[[int, int], object], blocks: list[tuple[int, int]]) -> list:
+    """Return [work(lo, hi) for each block], run by one Python thread per block with one intra-op thread.
+
+    On CPU, per-chunk ops are too small to amortise an OpenMP fork/join (and on a loaded machine each
+    join waits for a descheduled thread: measured 4x slower for the MLP interior, 1.2-3x for VGG
+    chunks). torch releases the GIL inside ops, so disjoint row blocks run in parallel; results are
+    bit-identical. set_num_threads is process-wide: the lock keeps concurrent callers (dashboard
+    sessions) from restoring each other's setting, and it is restored at once.
+    """
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(len(blocks)) as pool:
+                return [job.result() for job in [pool.submit(work, lo, hi) for lo, hi in blocks]]
+        finally:
+            torch.set_num_threads(before)
+
+
 def mlp_interior(za: torch.Tensor, zb: torch.Tensor, la: Layers, lb: Layers, lams: list[float],
                  rows: int, workers: int = 1) -> torch.Tensor:
     """Return (K, N, C) merged logits from the endpoint first-layer outputs za, zb (N, H)."""
@@ -192,23 +226,9 @@ def mlp_interior(za: torch.Tensor, zb: torch.Tensor, la: Layers, lb: Layers, lam
     if workers <= 1 or za.device.type != "cpu":
         _interior_rows(za, zb, tail, lams, rows, out)
         return out
-    # On CPU the per-chunk ops are too small to amortise an OpenMP fork/join (and on a loaded machine
-    # each join waits for a descheduled thread: measured 4x slower). So: one intra-op thread, and
-    # ``workers`` Python threads on disjoint row blocks (torch releases the GIL inside ops).
-    # set_num_threads is process-wide; it is restored at once and only changes speed, never results.
-    # The lock keeps concurrent callers (dashboard sessions) from restoring each other's setting.
     bounds = [round(w * len(za) / workers) for w in range(workers + 1)]
-    with _THREADS_LOCK:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(workers) as pool:
-                jobs = [pool.submit(_interior_rows, za[lo:hi], zb[lo:hi], tail, lams, rows, out[:, lo:hi])
-                        for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-                for job in jobs:
-                    job.result()
-        finally:
-            torch.set_num_threads(before)
+    blocks = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    in_row_blocks(lambda lo, hi: _interior_rows(za[lo:hi], zb[lo:hi], tail, lams, rows, out[:, lo:hi]), blocks)
     return out
 
 

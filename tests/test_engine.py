@@ -196,3 +196,20 @@ def test_cli_eval_and_layers(tiny_zoo, tmp_path, capsys):
         err = capsys.readouterr().err
         assert split in err and len(err.strip().splitlines()) == 1
     assert math.isfinite(doc["barriers"][0]["value"])
+
+
+def test_parallel_row_blocks_are_bit_identical():
+    """CPU row blocks on per-thread template copies give exactly the single-thread logits."""
+    import copy
+
+    from lmcdash import merged as M
+
+    torch.manual_seed(0)
+    model = create_model("vgg11", 1, 10, base_width=2).eval()
+    state = dict(model.state_dict())
+    template = M.make_template(model.model_spec)
+    x = torch.randn(53, 1, 28, 28)
+    ref = M.forward_chunks(template, state, x, 8)
+    got = M.forward_parallel([template, copy.deepcopy(template)], state, x, 8)
+    assert torch.equal(got, ref)
+    assert torch.equal(ref, model(x)) or torch.allclose(ref, model(x), atol=1e-6)
