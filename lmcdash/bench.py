@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -197,8 +197,3 @@ def bench_pair(path_a: str | Path, path_b: str | Path, grid: int = 25, limit: in
     return BenchRow(f"{pair.name_a} / {pair.name_b}", len(data.test_y), len(data.calib_y), grid, e_s, b_s,
                     b_s / e_s, flops / 1e9, flops / 1e9 / e_s, peak, median, flops / 1e9 / e_s / peak,
                     new_logits, new_point, temp_ms, diff, bdiff, wm)
-
-
-def bench_table(rows: list[BenchRow]) -> pd.DataFrame:
-    """Return the rows as a DataFrame (one row per pair)."""
-    return pd.DataFrame([asdict(r) for r in rows])

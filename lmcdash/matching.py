@@ -15,21 +15,17 @@ import copy
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from lmcdash.activations import OnBatch, perm_correlations, sample_batches
-from lmcdash.checkpoints import load_checkpoint
 from lmcdash.data import TensorDataset
+from lmcdash.engine import Pair, check_data, make_pair
 from lmcdash.models import create_model, perm_spec
 from lmcdash.perm_spec import PermSpec, apply_permutation, random_permutations, validate_spec
 
-if TYPE_CHECKING:  # engine is written alongside; imported at call time only
-    from lmcdash.engine import Pair
 
 METHODS = ("none", "random", "weight", "activation")
 # BatchNorm running statistics describe the data, not the learned map: they are permuted with their
@@ -246,7 +242,6 @@ def permute_pair(pair: Pair, method: str, data: TensorDataset | None = None, see
     ``data`` is needed for 'activation'; on_step as in weight_matching (sweep, objective) or
     activation_matching (batches done, batches). Method 'none' returns the pair itself.
     """
-    from lmcdash.engine import check_data, make_pair  # imported at call time (engine was written alongside)
 
     if method == "activation" and data is not None:
         check_data(pair, data)  # PairError naming a wrong dataset or input shape
@@ -277,10 +272,3 @@ def match_models(model_a: nn.Module, model_b: nn.Module, method: str, data: Tens
         batches = sample_batches(data.train_x, n_samples=n_samples, seed=seed)
         return activation_matching(model_a, model_b, spec, batches, seed=seed, on_step=on_step)
     raise ValueError(f"unknown alignment method {method!r}; choose one of {', '.join(METHODS)}")
-
-
-def time_weight_matching(path_a: str | Path, path_b: str | Path, seed: int = 0) -> float:
-    """Return the seconds weight matching takes on two checkpoints (loading excluded)."""
-    a, _ = load_checkpoint(path_a)
-    b, _ = load_checkpoint(path_b)
-    return weight_matching(perm_spec(b), a.state_dict(), b.state_dict(), seed=seed).seconds

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 
-from lmcdash.calibration import Logits, accuracy, cross_entropy_at, fit_beta, mixture_cross_entropy
+from lmcdash.calibration import Logits, _np, accuracy, cross_entropy_at, fit_beta, mixture_cross_entropy
 
 TABLE_COLUMNS = [
     "lam", "acc", "loss_raw", "loss_cal", "beta_cal", "temperature_cal", "temperature_lewc", "beta_lewc",
@@ -42,10 +41,6 @@ def calibrated(z: Logits, y: torch.Tensor, zc: Logits, yc: torch.Tensor,
     """Return (beta fitted on (zc, yc), CE of z at that beta); ``scale`` widens the search to 1e2/scale."""
     beta = fit_beta(zc, yc, hi=1e2 / min(1.0, scale))  # shrunk logits (deep nets, LEWC) need a larger beta
     return beta, cross_entropy_at(z, y, beta)
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy().astype(np.float64)
 
 
 def lam_row(lam: float, num_layers: int, ev: SplitLogits, cal: SplitLogits) -> dict:
